@@ -30,3 +30,8 @@ __all__ = [
     "check_alpha", "linear_alpha", "linear_alpha_per_update", "DenseStore", "PredictionStore", "TopKStore",
     "build_store", "check_labels", "one_hot", "refine_targets", "smooth_one_hot", "SnapshotTeacher", "unwrap_model",
 ]
+from .errors import CheckpointError, ConfigError, DataError, PskdError, TrainingError  # noqa: E402
+from .io import atomic_path, atomic_torch_save, atomic_write_json, atomic_write_text  # noqa: E402
+
+__all__ += ["CheckpointError", "ConfigError", "DataError", "PskdError", "TrainingError", "atomic_path",
+            "atomic_torch_save", "atomic_write_json", "atomic_write_text"]
