@@ -23,3 +23,11 @@ def test_atomic_torch_save_round_trip(tmp_path):
 
 def test_errors_are_value_errors_with_exit_codes():
     assert issubclass(PskdError, ValueError) and PskdError.exit_code == 2
+
+
+def test_atomic_files_get_the_usual_mode(tmp_path):
+    import os
+    atomic_write_json(tmp_path / "m.json", {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~mask

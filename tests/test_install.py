@@ -42,3 +42,11 @@ def test_wheel_layout(tmp_path):
     assert tops <= {"pskd", "pskd_fairseq_plugin", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
     names = zipfile.ZipFile(wheel).namelist()
     assert "pskd/core/policies.py" in names and not any(n.startswith("core/") for n in names)
+    # every package folder of the tree made it into the wheel, with its data files
+    for init in ROOT.glob("*/**/__init__.py"):
+        rel = init.relative_to(ROOT).parent
+        if rel.parts[0] in {"tests", "configs", "scripts", "docker", ".venv", "data", "build", "runs"}:
+            continue
+        prefix = "pskd_fairseq_plugin" if rel.name == "pskd_fairseq_plugin" else "pskd/" + "/".join(rel.parts)
+        assert f"{prefix}/__init__.py" in names, f"{rel} is missing from the wheel: add it to pyproject's packages"
+    assert "pskd/benchmarks/paper_numbers.yaml" in names and "pskd/benchmarks/suites/mini.yaml" in names
