@@ -1,0 +1,5 @@
+# PS-KD version of mini_retinanet_fmnist-det.py: custom_imports, custom_hooks and the head type, nothing else.
+_base_ = './mini_retinanet_fmnist-det.py'
+custom_imports = dict(imports=['pskd.detection'], allow_failed_imports=False)
+custom_hooks = [dict(type='PSKDHook', alpha_T=0.8)]
+model = dict(bbox_head=dict(type='PSKDRetinaHead'))
