@@ -42,11 +42,11 @@ def pskd_mt(*args: str, log: Path | None = None, threads: int | None = None) -> 
         sys.exit(f"bench_translation: `pskd-mt {args[0]}` failed (exit {proc.returncode}); log {log}\n{tail}")
 
 
-def mean_std(values: list[float]) -> str:
+def mean_std(values: list[float], digits: int = 2) -> str:
     if not values:
         return "-"
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} ± {std:.2f}"
+    return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,17 +101,19 @@ def main(argv: list[str] | None = None) -> int:
             result = json.loads(out.read_text())
             results[method].append(result)
             print(f"[bench] {method} seed {seed}: BLEU {result['metrics']['bleu']:.2f} chrF "
-                  f"{result['metrics']['chrf']:.2f} (train {result.get('train_seconds', '?')} s, eval "
+                  f"{result['metrics']['chrf']:.2f} NLL {result['metrics'].get('nll', float('nan')):.3f} (train {result.get('train_seconds', '?')} s, eval "
                   f"{result.get('eval_seconds', '?')} s)", file=sys.stderr)
 
-    lines = ["| method | test BLEU | test chrF | BLEU per seed | train s / run |", "|---|---|---|---|---|"]
+    lines = ["| method | test BLEU | test chrF | test NLL (nats/token) | BLEU per seed | train s / run |",
+             "|---|---|---|---|---|---|"]
     summary = {}
     for method, rs in results.items():
         bleu = [r["metrics"]["bleu"] for r in rs]
         chrf = [r["metrics"]["chrf"] for r in rs]
+        nll = [r["metrics"].get("nll", float("nan")) for r in rs]
         secs = [r.get("train_seconds", float("nan")) for r in rs]
-        summary[method] = {"bleu": bleu, "chrf": chrf, "train_seconds": secs}
-        lines.append(f"| {LABELS[method]} | {mean_std(bleu)} | {mean_std(chrf)} | "
+        summary[method] = {"bleu": bleu, "chrf": chrf, "nll": nll, "train_seconds": secs}
+        lines.append(f"| {LABELS[method]} | {mean_std(bleu)} | {mean_std(chrf)} | {mean_std(nll, 3)} | "
                      f"{', '.join(f'{b:.2f}' for b in bleu)} | {statistics.mean(secs):.0f} |")
     table = "\n".join(lines)
     total = time.time() - t0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shlex
@@ -24,7 +25,8 @@ DING = REPO / "data" / "ding-de-en"
 ENV = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
 TINY = ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "64", "--decoder-embed-dim", "64",
         "--encoder-ffn-embed-dim", "128", "--decoder-ffn-embed-dim", "128", "--encoder-attention-heads", "2",
-        "--decoder-attention-heads", "2", "--max-tokens", "2048", "--warmup-updates", "20", "--log-interval", "5"]
+        "--decoder-attention-heads", "2", "--max-tokens", "2048", "--warmup-updates", "20", "--log-interval", "5",
+        "--validate-interval", "1"]
 MODES = ("snapshot", "topk")
 
 pytestmark = pytest.mark.slow
@@ -133,6 +135,16 @@ def test_mini_training_with_bleu(runs, mode):
     assert not any(k.startswith("teacher") for k in state["model"])  # the snapshot is no part of the model
     if mode == "topk":
         assert (save / "pskd_topk_store" / "rank0" / "epoch0002.values.bin").is_file()
+
+
+def test_eval_nll_matches_fairseq_validation(work, data, runs):
+    """pskd-mt eval's NLL on the valid split = fairseq's own validation nll_loss after the last epoch (bits)."""
+    save, log = runs["snapshot"]
+    pskd_mt("eval", data, "--checkpoint", save / "checkpoint_last.pt", "--subset", "valid", "--beam", 1,
+            "--out", save / "valid.json")
+    nll = json.loads((save / "valid.json").read_text())["metrics"]["nll"]
+    fairseq_bits = [float(x) for x in re.findall(r"valid on 'valid' subset \| loss [\d.]+ \| nll_loss ([\d.]+)", log)]
+    assert nll / math.log(2) == pytest.approx(fairseq_bits[-1], abs=2e-3)
 
 
 @pytest.mark.parametrize("mode", MODES)

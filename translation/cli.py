@@ -151,7 +151,7 @@ def _eval(args: argparse.Namespace) -> int:
     out = args.out or str(Path(args.checkpoint).parent / f"eval_{args.subset}.json")
     result = evaluate(args.data, args.checkpoint, out, subset=args.subset,
                       generate_args=to_cli_args(gen) + list(args.passthrough))
-    print(json.dumps({"bleu": result["metrics"]["bleu"], "chrf": result["metrics"]["chrf"], "out": out}))
+    print(json.dumps({**result["metrics"], "out": out}))
     return 0
 
 

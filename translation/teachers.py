@@ -25,7 +25,7 @@ from pskd.core.teacher import SnapshotTeacher
 
 from .errors import PSKDError
 from .fairseq_glue import data_parallel
-from .topk_store import TokenTopKStore
+from .topk_store import TokenTopKStore, store_fingerprint
 
 __all__ = ["SnapshotKD", "TopKKD", "topk_soft_cross_entropy"]
 
@@ -152,8 +152,6 @@ class TopKKD:
         self.store.begin_epoch(epoch, resume=False)
 
     def _build_fingerprint(self, criterion) -> dict:
-        from .topk_store import store_fingerprint
-
         dataset = criterion.task.datasets.get(criterion.train_subset)
         return store_fingerprint(dataset.tgt_sizes, list(criterion.task.target_dictionary.symbols), self.k)
 
@@ -190,7 +188,7 @@ class TopKKD:
     def observe(self, criterion, sample: dict, lprobs: torch.Tensor, target: torch.Tensor, cache: dict) -> None:
         rows, selected = self._token_rows(criterion, sample, cache)
         with torch.no_grad():
-            top_lp, top_idx = lprobs.detach().topk(self.k, dim=-1)  # on all rows: cheaper than copying selected ones
+            top_lp, top_idx = lprobs.detach().topk(self.k, dim=-1, sorted=False)  # all rows: no copy; order unneeded
         self.store.put(rows[rows >= 0], top_lp[selected].exp(), top_idx[selected])
 
     def state_dict(self) -> dict[str, Any]:
