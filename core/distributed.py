@@ -104,16 +104,6 @@ class RoutedStore(PredictionStore):
     def epochs_seen(self) -> int:
         return self.epoch
 
-    def _export(self, slots: torch.Tensor) -> list[torch.Tensor]:
-        arrays = self.local._arrays.write
-        idx = slots.numpy()
-        return [torch.from_numpy(arrays[name][idx].copy()) for name in sorted(arrays)]
-
-    def _import(self, local: PredictionStore, slots: torch.Tensor, fields: list[torch.Tensor]) -> None:
-        arrays = local._arrays.write
-        for name, value in zip(sorted(arrays), fields):
-            arrays[name][slots.numpy()] = value.numpy()
-
     def end_epoch(self) -> None:
         """Route every row to the rank that reads it in the next epoch (one exchange per epoch)."""
         cur, nxt = self.shards(self.epoch), self.shards(self.epoch + 1)
@@ -123,13 +113,13 @@ class RoutedStore(PredictionStore):
         wanted = [s.unique() for s in nxt]  # sorted, so sender and receiver list rows in the same order
         new_rows = wanted[self.rank]
         new_local = self.make_local(len(new_rows))
-        template = self._export(torch.zeros(0, dtype=torch.long))
+        template = self.local.export_rows(torch.zeros(0, dtype=torch.long))
         for step in range(self.world_size):
             # Ring schedule: at step s send to rank + s and receive from rank - s (step 0: local copy).
             dst, src = (self.rank + step) % self.world_size, (self.rank - step) % self.world_size
             send_ids = wanted[dst][holder[wanted[dst]] == self.rank]
             recv_ids = new_rows[holder[new_rows] == src]
-            payload = self._export(self.slot[send_ids])
+            payload = self.local.export_rows(self.slot[send_ids])
             if step == 0:
                 received = payload
             else:
@@ -147,7 +137,7 @@ class RoutedStore(PredictionStore):
                     received = [b.view(t.dtype) if t.dtype != torch.bool else b.bool()
                                 for b, t in zip(bufs, received)]
             local_slots = torch.searchsorted(new_rows, recv_ids)
-            self._import(new_local, local_slots, received)
+            new_local.import_rows(local_slots, received)
         self.local = new_local
         self._set_rows(new_rows)
         self.epoch += 1

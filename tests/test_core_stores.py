@@ -85,6 +85,51 @@ def test_memmap_reads_previous_epoch_and_resumes_from_checkpointed_epoch(tmp_pat
     assert torch.allclose(got, p0, atol=1e-3)  # exactly the rows of the checkpoint, not the crashed epoch's
 
 
+def test_memmap_mid_epoch_checkpoint_keeps_rows_written_before_it(tmp_path):
+    store = build_store("memmap", 8, 3, dtype="fp16", path=str(tmp_path / "s"))
+    p0, p1, junk = rand_probs(8, 3, 0), rand_probs(8, 3, 1), rand_probs(8, 3, 2)
+    store.write(torch.arange(8), p0)
+    store.end_epoch()
+    assert store.state_dict()["partial"] is False
+    store.write(torch.arange(4), p1[:4])  # half of epoch 1, then a mid-epoch checkpoint
+    ckpt = store.state_dict()
+    assert ckpt["partial"] is True
+    store.write(torch.arange(4, 6), junk[4:6])  # written after the checkpoint, then "crash"
+    resumed = build_store("memmap", 8, 3, dtype="fp16", path=str(tmp_path / "s"))
+    resumed.load_state_dict(ckpt)
+    assert torch.allclose(resumed.gather(torch.arange(8))[0], p0, atol=1e-3)  # still reads epoch 0
+    resumed.write(torch.arange(4, 8), p1[4:])  # the replayed second half of epoch 1
+    resumed.end_epoch()
+    got, valid = resumed.gather(torch.arange(8))
+    assert valid.all()
+    assert torch.allclose(got, p1, atol=1e-3)  # rows 0-3 from before the checkpoint survived the resume
+
+
+def test_memmap_mid_epoch_checkpoint_without_its_partial_file_is_a_clear_error(tmp_path):
+    store = build_store("memmap", 4, 3, path=str(tmp_path / "s"))
+    store.write(torch.arange(4), rand_probs(4, 3))
+    store.end_epoch()
+    store.write(torch.arange(2), rand_probs(2, 3))
+    ckpt = store.state_dict()
+    for f in (tmp_path / "s").glob("epoch0002.*"):
+        f.unlink()
+    with pytest.raises(FileNotFoundError, match="mid-epoch"):
+        build_store("memmap", 4, 3, path=str(tmp_path / "s")).load_state_dict(ckpt)
+
+
+def test_export_import_rows_moves_raw_fields_between_stores():
+    for make in (lambda: DenseStore(6, 5, dtype="fp16"), lambda: TopKStore(6, 5, k=2)):
+        src, dst = make(), make()
+        src.write(torch.arange(6), rand_probs(6, 5, 3))
+        dst.import_rows(torch.tensor([0, 1]), src.export_rows(torch.tensor([4, 2])))
+        src.end_epoch()
+        dst.end_epoch()
+        want, _ = src.gather(torch.tensor([4, 2]))
+        got, valid = dst.gather(torch.tensor([0, 1]))
+        assert torch.equal(got, want) and valid.all()
+        assert not dst.gather(torch.tensor([2]))[1].any()
+
+
 def test_memmap_visible_to_another_process(tmp_path):
     store = DenseStore(4, 3, dtype="fp32", path=str(tmp_path / "s"))
     p = rand_probs(4, 3)

@@ -1,12 +1,7 @@
-"""The one exception type pskd-mt turns into a one-line error message and a non-zero exit."""
-from __future__ import annotations
+"""The exception pskd-mt turns into a one-line error message and a non-zero exit: pskd's one error type.
+
+It is :class:`pskd.core.errors.PskdError` (a ``ValueError``); the message says what is wrong and what to do about it.
+"""
+from pskd.core.errors import PskdError as PSKDError
 
 __all__ = ["PSKDError"]
-
-
-class PSKDError(RuntimeError):
-    """A user-facing problem (bad option, missing or mismatched data, unusable checkpoint or store).
-
-    The message is meant to be printed as is, on one line, without a traceback; it should say what is wrong and
-    what to do about it.
-    """

@@ -129,6 +129,8 @@ def run_generate(argv: list[str]) -> None:
     parser.add_argument("--arch", "-a", metavar="ARCH", default="wav2vec2")  # as fairseq_cli.generate.cli_main
     try:
         generate.main(options.parse_args_and_arch(parser, input_args=argv))
+    except PSKDError:
+        raise  # already says what is wrong (it is a ValueError, which the clause below would re-wrap)
     except (AssertionError, RuntimeError, ValueError, KeyError, FileNotFoundError) as err:
         msg = str(err).strip().splitlines()
         raise PSKDError(f"fairseq-generate failed: {type(err).__name__}: {msg[-1] if msg else ''}") from err

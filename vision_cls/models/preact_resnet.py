@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cifar_resnet_base import CifarStemNet
+
 __all__ = ["PreActBlock", "PreActResNet", "preact_resnet18"]
 
 
@@ -34,7 +36,7 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
-class PreActResNet(nn.Module):
+class PreActResNet(CifarStemNet):
     """CIFAR-stem PreAct ResNet.
 
     Args:
@@ -44,8 +46,7 @@ class PreActResNet(nn.Module):
     """
 
     def __init__(self, blocks=(2, 2, 2, 2), num_classes: int = 100, in_channels: int = 3):
-        super().__init__()
-        self.conv1, self.bn1 = conv3x3(in_channels, 64), nn.BatchNorm2d(64)
+        super().__init__(in_channels)
         stages, cin = [], 64
         for i, (n, width) in enumerate(zip(blocks, (64, 128, 256, 512))):
             layers = []
@@ -53,15 +54,7 @@ class PreActResNet(nn.Module):
                 layers.append(PreActBlock(cin, width, stride=2 if i > 0 and j == 0 else 1))
                 cin = width
             stages.append(nn.Sequential(*layers))
-        self.layers = nn.Sequential(*stages)
-        self.fc = nn.Linear(512, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.layers(F.relu(self.bn1(self.conv1(x))))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
+        self.finish(stages, 512, num_classes)
 
 
 def preact_resnet18(num_classes: int = 100, in_channels: int = 3) -> PreActResNet:
