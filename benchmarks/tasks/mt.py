@@ -42,7 +42,7 @@ class TranslationTask(Task):
     methods = ("ls", "pskd")
     baseline = "ls"
     extra_keys = frozenset({"recipe", "checkpoint", "beam", *PREPARE_OPTIONS})
-    metrics_order = ("bleu", "chrf")
+    metrics_order = ("bleu", "chrf", "nll")  # NLL (nats per reference token): the calibration PS-KD claims
 
     def validate(self, entry: dict) -> list[str]:
         errors = [] if entry.get("recipe") else ["task 'mt' needs a 'recipe' (a configs/translation name or path)"]
