@@ -26,10 +26,9 @@ import json  # noqa: E402
 import math  # noqa: E402
 import os.path as osp  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 from typing import Any, Sequence  # noqa: E402
 
-__all__ = ["main", "summarize_metrics", "write_metrics_json"]
+__all__ = ["main", "summarize_metrics", "epoch_history", "write_metrics_json"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -103,23 +102,57 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def write_metrics_json(path: str, config: str, checkpoint: str | None, metrics: dict) -> dict:
+def epoch_history(scalars_path: str | None) -> list[dict]:
+    """Per-epoch curves from mmengine's ``vis_data/scalars.json``: mean training loss, PS-KD's alpha, val metrics.
+
+    Training rows carry ``epoch``; validation rows carry ``coco/...`` or ``pascal_voc/...`` keys and ``step`` = the
+    epoch they follow (epoch-based loops). Returns ``[]`` when there is no such file (iteration-based loops log no
+    epochs; their curves stay in TensorBoard / the log).
+    """
+    if not scalars_path or not osp.isfile(scalars_path):
+        return []
+    epochs: dict[int, dict] = {}
+    with open(scalars_path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash: the others still count
+            if "epoch" in row and "loss" in row:
+                e = epochs.setdefault(int(row["epoch"]) - 1, {"losses": []})  # 0-based, as pskd-cls
+                e["losses"].append(float(row["loss"]))
+                if "pskd_alpha" in row:
+                    e["alpha"] = float(row["pskd_alpha"])
+            elif "step" in row:
+                val = {k: v for k, v in row.items() if "/" in k and isinstance(v, (int, float))}
+                if val:
+                    epochs.setdefault(int(row["step"]) - 1, {"losses": []})["val"] = summarize_metrics(val)
+    history = []
+    for epoch in sorted(epochs):
+        e = epochs[epoch]
+        h: dict[str, Any] = {"epoch": epoch}
+        if e["losses"]:
+            h["train_loss"] = sum(e["losses"]) / len(e["losses"])
+        if "alpha" in e:
+            h["alpha"] = e["alpha"]
+        for k in ("mAP", "mAP_50"):
+            if k in e.get("val", {}):
+                h[f"val_{k}"] = e["val"][k]
+        history.append(h)
+    return history
+
+
+def write_metrics_json(path: str, config: str, checkpoint: str | None, metrics: dict,
+                       history: list[dict] | None = None) -> dict:
     """Write the harness-readable metrics file atomically (a reader never sees a half-written file)."""
+    from pskd.core.io import atomic_write_json
+
     record = {"task": "detection", "config": osp.abspath(config),
               "checkpoint": None if checkpoint is None else osp.abspath(checkpoint),
               "metrics": summarize_metrics(metrics)}
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".metrics-", suffix=".json.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.unlink(tmp)
-        raise
+    if history:
+        record["history"] = history
+    atomic_write_json(path, record)
     return record
 
 
@@ -226,7 +259,8 @@ def _train(args: argparse.Namespace) -> int:
             metrics = runner.test()
         from mmengine.dist import is_main_process
         if is_main_process():
-            write_metrics_json(args.out, args.config, find_latest_checkpoint(runner.work_dir), metrics)
+            history = epoch_history(osp.join(runner.log_dir, "vis_data", "scalars.json"))
+            write_metrics_json(args.out, args.config, find_latest_checkpoint(runner.work_dir), metrics, history)
     return 0
 
 

@@ -31,6 +31,7 @@ from mmengine.visualization import Visualizer  # noqa: E402
 
 from pskd.core.teacher import SnapshotTeacher  # noqa: E402
 from pskd.detection import PSKDContext, PSKDHook, find_pskd_heads  # noqa: E402
+from pskd.detection.cli import epoch_history  # noqa: E402
 from pskd.detection.cli import main as cli_main  # noqa: E402
 from pskd.detection.losses import balanced_quality_focal_loss, dense_soft_target_loss  # noqa: E402
 
@@ -237,7 +238,24 @@ def test_mini_training_computes_map_and_test_writes_metrics(tmp_path):
                      "--cfg-options", "test_dataloader.dataset.indices=8"]) == 0
     tested = json.loads(out.read_text())
     assert tested["metrics"]["mAP"] == pytest.approx(record["metrics"]["mAP"])
-    assert not list(out.parent.glob(".metrics-*"))  # the temporary file was renamed away
+    assert not list(out.parent.glob(".m.json.*"))  # the temporary file was renamed away
+    # per-epoch curves for the harness's plots: mean training loss and PS-KD's alpha (0 while no teacher exists)
+    assert [h["epoch"] for h in record["history"]] == [0, 1]
+    assert record["history"][0]["alpha"] == 0.0 and record["history"][-1]["alpha"] == pytest.approx(0.8)
+    assert record["history"][-1]["val_mAP"] == pytest.approx(record["metrics"]["mAP"])
+
+
+def test_epoch_history_from_mmengine_scalars(tmp_path):
+    rows = [{"loss": 2.0, "pskd_alpha": 0.0, "epoch": 1, "iter": 1, "step": 1},
+            {"loss": 1.0, "pskd_alpha": 0.0, "epoch": 1, "iter": 2, "step": 2},
+            {"coco/bbox_mAP": 0.1, "coco/bbox_mAP_50": 0.3, "coco/bbox_mAP_l": -1.0, "step": 1},
+            {"loss": 0.5, "pskd_alpha": 0.4, "epoch": 2, "iter": 3, "step": 3}]
+    path = tmp_path / "scalars.json"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + '\n{"loss": 0.2, "ep')  # last line cut by a crash
+    assert epoch_history(str(path)) == [{"epoch": 0, "train_loss": 1.5, "alpha": 0.0, "val_mAP": 0.1,
+                                         "val_mAP_50": 0.3},
+                                        {"epoch": 1, "train_loss": 0.5, "alpha": 0.4}]
+    assert epoch_history(str(tmp_path / "missing.json")) == []
 
 
 @needs_data
