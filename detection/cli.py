@@ -8,7 +8,8 @@ Usage::
 
 Several GPUs: ``torchrun --nproc-per-node 8 -m pskd.detection.cli train CONFIG --launcher pytorch``.
 ``test`` (and ``train --out``) writes ``{"task": "detection", "config": ..., "checkpoint": ..., "metrics":
-{"mAP": ..., "mAP_50": ..., ...}}`` atomically (tmp file + rename). Bad input exits with status 2 and a one-line
+{"mAP": ..., "mAP_50": ..., ...}}`` atomically (tmp file + rename); ``train --out`` adds ``"history"``: per epoch
+the mean training loss, PS-KD's alpha and the validation mAP (from mmengine's ``vis_data/scalars.json``). Bad input exits with status 2 and a one-line
 ``pskd-det: error: ...`` before anything is written.
 """
 from __future__ import annotations
@@ -127,6 +128,8 @@ def epoch_history(scalars_path: str | None) -> list[dict]:
                 val = {k: v for k, v in row.items() if "/" in k and isinstance(v, (int, float))}
                 if val:
                     epochs.setdefault(int(row["step"]) - 1, {"losses": []})["val"] = summarize_metrics(val)
+    if not any(e["losses"] for e in epochs.values()):
+        return []  # an iteration-based loop: its validation "steps" are iterations, not epochs
     history = []
     for epoch in sorted(epochs):
         e = epochs[epoch]

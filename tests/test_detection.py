@@ -256,6 +256,10 @@ def test_epoch_history_from_mmengine_scalars(tmp_path):
                                          "val_mAP_50": 0.3},
                                         {"epoch": 1, "train_loss": 0.5, "alpha": 0.4}]
     assert epoch_history(str(tmp_path / "missing.json")) == []
+    iter_based = tmp_path / "iters.json"  # IterBasedTrainLoop: no epochs, validation keyed by iteration
+    iter_based.write_text(json.dumps({"loss": 1.0, "iter": 500, "step": 500}) + "\n"
+                          + json.dumps({"coco/bbox_mAP": 0.2, "step": 500}) + "\n")
+    assert epoch_history(str(iter_based)) == []
 
 
 @needs_data
