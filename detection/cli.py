@@ -9,8 +9,8 @@ Usage::
 Several GPUs: ``torchrun --nproc-per-node 8 -m pskd.detection.cli train CONFIG --launcher pytorch``.
 ``test`` (and ``train --out``) writes ``{"task": "detection", "config": ..., "checkpoint": ..., "metrics":
 {"mAP": ..., "mAP_50": ..., ...}}`` atomically (tmp file + rename); ``train --out`` adds ``"history"``: per epoch
-the mean training loss, PS-KD's alpha and the validation mAP (from mmengine's ``vis_data/scalars.json``). Bad input exits with status 2 and a one-line
-``pskd-det: error: ...`` before anything is written.
+the mean training loss, PS-KD's alpha and the validation mAP (from mmengine's ``vis_data/scalars.json``). Bad input
+exits with status 2 and a one-line ``pskd-det: error: ...`` before anything is written.
 """
 from __future__ import annotations
 

